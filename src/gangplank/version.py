@@ -1,0 +1,3 @@
+"""Gangplank's version, read by the build."""
+
+__version__ = "1.0.0"
