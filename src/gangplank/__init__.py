@@ -1,0 +1,27 @@
+"""Gangplank: Keras 3 training, evaluation and inference metrics in Prometheus via OpenTelemetry.
+
+Record with the Keras callback (:class:`TrainingMetrics`) and the model proxy
+(:class:`InstrumentedModel`) on an OpenTelemetry MeterProvider, and choose a route to
+Prometheus: :class:`PushgatewayReader` (batch jobs), :class:`ScrapeEndpoint` (serving) or
+:func:`otlp_reader` (an OpenTelemetry Collector). :func:`configure` wires them up. Importing
+the package starts nothing.
+"""
+
+from .catalogue import CATALOGUE, Instrument
+from .exposition import RegistryReader
+from .otlp import otlp_reader
+from .provider import configure
+from .pushgateway import PushgatewayReader
+from .scrape import ScrapeEndpoint
+from .version import __version__
+
+__all__ = (
+    "CATALOGUE",
+    "Instrument",
+    "PushgatewayReader",
+    "RegistryReader",
+    "ScrapeEndpoint",
+    "__version__",
+    "configure",
+    "otlp_reader",
+)
