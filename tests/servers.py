@@ -94,6 +94,7 @@ class Process:
         self.workdir = workdir
         self.log_path = workdir / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.headers: dict[str, str] = {}  # e.g. basic auth, for readiness and queries
 
     def start(self, timeout: float = 60.0) -> None:
         log = open(self.log_path, "ab")  # noqa: SIM115 - the process owns it
@@ -106,7 +107,7 @@ class Process:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited: {self.log_tail()}")
-            http_get(self.ready_url, timeout=2)
+            http_get(self.ready_url, timeout=2, headers=self.headers)
             return True
 
         try:
@@ -149,26 +150,19 @@ class Pushgateway(Process):
             argv.append(f"--web.config.file={web_config}")
         ready = self.url + "/-/ready"
         super().__init__(f"pushgateway-{self.port}", argv, ready, workdir)
-        self.auth_headers: dict[str, str] = {}
-
-    def start(self, timeout: float = 60.0) -> None:
-        if self.auth_headers:
-            # Readiness needs credentials too when basic auth is on.
-            self.ready_url = self.url + "/-/ready"
-        super().start(timeout)
 
     def metrics(self) -> str:
         """The Pushgateway's ``/metrics`` page."""
-        return http_get(self.url + "/metrics", headers=self.auth_headers)
+        return http_get(self.url + "/metrics", headers=self.headers)
 
     def groups(self) -> list[dict[str, Any]]:
         """``/api/v1/metrics``: every pushed group."""
-        body = json.loads(http_get(self.url + "/api/v1/metrics", headers=self.auth_headers))
+        body = json.loads(http_get(self.url + "/api/v1/metrics", headers=self.headers))
         return list(body["data"])
 
     def wipe(self) -> None:
         request = urllib.request.Request(
-            self.url + "/api/v1/admin/wipe", method="PUT", headers=self.auth_headers
+            self.url + "/api/v1/admin/wipe", method="PUT", headers=self.headers
         )
         urllib.request.urlopen(request, timeout=5).close()
 

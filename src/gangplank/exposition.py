@@ -9,15 +9,19 @@ does not queue a second copy, and concurrent scrapes are serialised.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import logging
 import threading
 from collections.abc import Iterable
 from typing import Any
 
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
-from opentelemetry.sdk.metrics.export import MetricsData
+from opentelemetry.exporter.prometheus._mapping import sanitize_attribute, sanitize_full_name
+from opentelemetry.sdk.metrics.export import ExponentialHistogram, Histogram, MetricsData
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric as PrometheusMetric
+from prometheus_client.samples import Sample
 
 from .producer import MetricProducer, merge
 
@@ -27,11 +31,16 @@ _logger = logging.getLogger(__name__)
 
 
 class _Serialised:
-    """Registers in place of the exporter's collector so collections never interleave."""
+    """Registers in place of the exporter's collector so collections never interleave.
+
+    It also restores ``_count`` and ``_sum`` on histograms with negative buckets (weights):
+    ``prometheus_client`` leaves them out, but Gangplank's series always had them.
+    """
 
     def __init__(self, inner: Any, lock: threading.Lock) -> None:
         self._inner = inner
         self._lock = lock
+        self.sums: dict[str, list[tuple[dict[str, str], float]]] = {}
 
     def describe(self) -> list[PrometheusMetric]:
         # Defined so that registering never triggers a collection.
@@ -39,7 +48,81 @@ class _Serialised:
 
     def collect(self) -> Iterable[PrometheusMetric]:
         with self._lock:
-            return list(self._inner.collect())
+            families = list(self._inner.collect())
+            for family in families:
+                if family.type == "histogram":
+                    self._complete(family)
+            return families
+
+    def _complete(self, family: PrometheusMetric) -> None:
+        if any(s.name == family.name + "_count" for s in family.samples):
+            return
+        candidates = [
+            entry
+            for otel_name, entries in self.sums.items()
+            if family.name == otel_name or family.name.startswith(otel_name + "_")
+            for entry in entries
+        ]
+        for sample in list(family.samples):
+            if sample.name != family.name + "_bucket" or sample.labels.get("le") != "+Inf":
+                continue
+            labels = {k: v for k, v in sample.labels.items() if k != "le"}
+            family.samples.append(Sample(family.name + "_count", labels, sample.value))
+            for attributes, total in candidates:
+                if attributes.items() <= labels.items():
+                    family.samples.append(Sample(family.name + "_sum", labels, total))
+                    break
+
+    def remember_sums(self, metrics_data: MetricsData) -> None:
+        """Note the sums of histograms whose first bucket is negative."""
+        sums: dict[str, list[tuple[dict[str, str], float]]] = {}
+        for rm in metrics_data.resource_metrics:
+            for sm in rm.scope_metrics:
+                for metric in sm.metrics:
+                    if not isinstance(metric.data, Histogram):
+                        continue
+                    for point in metric.data.data_points:
+                        if point.explicit_bounds and point.explicit_bounds[0] < 0:
+                            attributes = {
+                                sanitize_attribute(k): v if isinstance(v, str) else json.dumps(v)
+                                for k, v in (point.attributes or {}).items()
+                            }
+                            sums.setdefault(sanitize_full_name(metric.name), []).append(
+                                (attributes, point.sum)
+                            )
+        self.sums = sums
+
+
+_warned_exponential: set[str] = set()
+
+
+def _without_exponential(metrics_data: MetricsData | None) -> MetricsData | None:
+    """Drop exponential histograms, which the Prometheus text format cannot carry."""
+    if metrics_data is None:
+        return None
+    changed = False
+    resource_metrics = []
+    for rm in metrics_data.resource_metrics:
+        scopes = []
+        for sm in rm.scope_metrics:
+            kept = [m for m in sm.metrics if not isinstance(m.data, ExponentialHistogram)]
+            if len(kept) != len(sm.metrics):
+                changed = True
+                for m in sm.metrics:
+                    if (
+                        isinstance(m.data, ExponentialHistogram)
+                        and m.name not in _warned_exponential
+                    ):
+                        _warned_exponential.add(m.name)
+                        _logger.warning(
+                            "%s uses an exponential histogram aggregation, which cannot be "
+                            "exposed to Prometheus in text format; it is left out. Use explicit "
+                            "bucket boundaries for it.",
+                            m.name,
+                        )
+            scopes.append(dataclasses.replace(sm, metrics=kept))
+        resource_metrics.append(dataclasses.replace(rm, scope_metrics=scopes))
+    return MetricsData(resource_metrics=resource_metrics) if changed else metrics_data
 
 
 class RegistryReader(PrometheusMetricReader):
@@ -75,7 +158,9 @@ class RegistryReader(PrometheusMetricReader):
     ) -> None:
         if metrics_data is None:
             return
-        merged = merge(metrics_data, self._own_producers)
+        merged = _without_exponential(merge(metrics_data, self._own_producers))
+        if merged is not None:
+            self._serialised.remember_sums(merged)
         queued = getattr(self._collector, "_metrics_datas", None)
         if queued is not None:
             # Keep only the newest collection: an older one would repeat every family.

@@ -114,6 +114,20 @@ class Series:
             self.min = fresh.min
             self.max = fresh.max
 
+    def assign(
+        self, bucket_counts: Sequence[int], count: int, total: float, low: float, high: float
+    ) -> None:
+        """Make the series a snapshot already bucketed elsewhere (``gangplank.weights``)."""
+        if len(bucket_counts) != len(self.bounds) + 1:
+            raise ValueError("bucket_counts must have one entry per bound plus +Inf")
+        with self._lock:
+            self.start_ns = time.time_ns()
+            self.counts = [int(c) for c in bucket_counts]
+            self.count = int(count)
+            self.sum = float(total)
+            self.min = float(low) if count else float("inf")
+            self.max = float(high) if count else float("-inf")
+
     def point(self, attributes: Attributes, now_ns: int) -> HistogramDataPoint:
         """A cumulative data point for this series."""
         with self._lock:

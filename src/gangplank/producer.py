@@ -2,7 +2,8 @@
 
 The OpenTelemetry specification calls such a source a *MetricProducer*; the Python SDK has
 none, so Gangplank attaches its producers to each reader of a provider: when the reader
-collects, the producers' metrics join the ``gangplank`` scope before the reader exports them.
+collects, the producers' metrics join the ``gangplank`` scope before the reader exports them
+(the hook is the collect callback the SDK hands each reader).
 This works for any reader (Gangplank's, the SDK's periodic and in-memory readers, the
 Prometheus exporter's), so every route sees the same genuine histograms.
 """
@@ -83,15 +84,15 @@ def _hook(reader: Any, resource: Resource | None) -> weakref.WeakSet[Any]:
         if producers is not None:
             return producers
         producers = weakref.WeakSet()
-        receive = reader._receive_metrics
+        # The SDK gives each reader a collect callback when the provider is built; wrapping it
+        # adds the producers even when the SDK's own instruments have nothing to report.
+        collect = reader._collect
 
-        def _receive_metrics(
-            metrics_data: MetricsData | None, timeout_millis: float = 10_000, **kwargs: Any
-        ) -> None:
-            merged = merge(metrics_data, list(producers), resource)
-            receive(merged, timeout_millis, **kwargs)
+        def _collect(*args: Any, **kwargs: Any) -> MetricsData | None:
+            metrics_data = collect(*args, **kwargs) if collect is not None else None
+            return merge(metrics_data, list(producers), resource)
 
-        reader._receive_metrics = _receive_metrics
+        reader._collect = _collect
         setattr(reader, _ATTRIBUTE, producers)
         return producers
 
