@@ -1,6 +1,6 @@
 """Build and run the Gangplank OpenTelemetry Collector for tests.
 
-Plain helper module (stdlib only, no pytest fixtures): ``conftest.py`` wraps it.
+Plain helper module (stdlib only, no pytest fixtures): ``test_collector.py`` wraps it.
 
 * :func:`collector_binary` builds the collector with ``otel-collector/build.sh``
   (cached outside the repository, so only the first call of a machine is slow)
@@ -32,8 +32,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Callable, Mapping
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 COLLECTOR_DIR = REPO_ROOT / "otel-collector"
@@ -81,8 +81,7 @@ def collector_binary(timeout: float | None = None) -> str | None:
                 ["bash", str(BUILD_SCRIPT)],
                 cwd=REPO_ROOT,
                 stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
+                capture_output=True,
                 text=True,
                 timeout=timeout,
                 check=False,
@@ -212,13 +211,13 @@ class Collector:
     def is_running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-    def start(self, timeout: float = 60.0) -> "Collector":
+    def start(self, timeout: float = 60.0) -> Collector:
         """Start on fresh free ports and wait for the health check (200)."""
         if self.is_running():
             raise RuntimeError("collector is already running")
         attempts = 3
         for attempt in range(1, attempts + 1):
-            self.ports = dict(zip(self.PORT_NAMES, _free_ports(len(self.PORT_NAMES))))
+            self.ports = dict(zip(self.PORT_NAMES, _free_ports(len(self.PORT_NAMES)), strict=True))
             try:
                 self._launch_and_wait(timeout)
                 return self
@@ -229,7 +228,7 @@ class Collector:
                 raise
         raise AssertionError("unreachable")
 
-    def restart(self, timeout: float = 60.0) -> "Collector":
+    def restart(self, timeout: float = 60.0) -> Collector:
         """Stop, then start again on the same ports."""
         if not self.ports:
             return self.start(timeout)
@@ -251,7 +250,7 @@ class Collector:
                 proc.wait(timeout=timeout)
         return proc.returncode
 
-    def __enter__(self) -> "Collector":
+    def __enter__(self) -> Collector:
         if not self.is_running():
             self.start()
         return self
