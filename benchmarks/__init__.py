@@ -1,0 +1,1 @@
+"""Gangplank's benchmarks: figures and ratios measured side by side in one run."""
