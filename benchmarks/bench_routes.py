@@ -7,9 +7,8 @@ from pathlib import Path
 
 from prometheus_client import generate_latest
 
+import gangplank
 from benchmarks.common import best_of, median_of, row
-
-import gangplank  # noqa: E402  (after benchmarks.common sets the backend)
 from gangplank import catalogue
 from gangplank.provider import get_meter
 
