@@ -7,6 +7,7 @@ Prometheus: :class:`PushgatewayReader` (batch jobs), :class:`ScrapeEndpoint` (se
 the package starts nothing.
 """
 
+from .callback import TrainingMetrics, TrainTestExporter
 from .catalogue import CATALOGUE, Instrument
 from .exposition import RegistryReader
 from .otlp import otlp_reader
@@ -14,13 +15,18 @@ from .provider import configure
 from .pushgateway import PushgatewayReader
 from .scrape import ScrapeEndpoint
 from .version import __version__
+from .weights import HISTOGRAM_WEIGHT_BUCKETS_0_3, HISTOGRAM_WEIGHT_BUCKETS_1_0
 
 __all__ = (
     "CATALOGUE",
+    "HISTOGRAM_WEIGHT_BUCKETS_0_3",
+    "HISTOGRAM_WEIGHT_BUCKETS_1_0",
     "Instrument",
     "PushgatewayReader",
     "RegistryReader",
     "ScrapeEndpoint",
+    "TrainTestExporter",
+    "TrainingMetrics",
     "__version__",
     "configure",
     "otlp_reader",

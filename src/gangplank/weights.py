@@ -132,7 +132,7 @@ def summarize(arrays: Iterable[Any], bounds: Sequence[float]) -> WeightSummary:
         acc += s
         low = min(low, lo)
         high = max(high, hi)
-    per_bucket = np.diff(cumulative, prepend=0).tolist() + [count - int(cumulative[-1])]
+    per_bucket = [*np.diff(cumulative, prepend=0).tolist(), count - int(cumulative[-1])]
     return WeightSummary(
         bounds=tuple(float(b) for b in edges64),
         bucket_counts=tuple(int(c) for c in per_bucket),
@@ -159,7 +159,9 @@ def _edges_for(dtype: np.dtype, edges64: np.ndarray, cache: dict[Any, np.ndarray
     return edges
 
 
-def _chunk_stats(chunk: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, int, float, float, float]:
+def _chunk_stats(
+    chunk: np.ndarray, edges: np.ndarray
+) -> tuple[np.ndarray, int, float, float, float]:
     """Cumulative ``le`` counts, count, float64 sum, min and max of one chunk's finite values."""
     if chunk.dtype.kind != "f" or chunk.dtype == np.float16 or edges.dtype != chunk.dtype:
         chunk = chunk.astype(np.float64)
