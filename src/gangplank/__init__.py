@@ -7,11 +7,14 @@ Prometheus: :class:`PushgatewayReader` (batch jobs), :class:`ScrapeEndpoint` (se
 the package starts nothing.
 """
 
+from . import drift
 from .callback import TrainingMetrics, TrainTestExporter
 from .catalogue import CATALOGUE, Instrument
+from .drift import Drift
 from .exposition import RegistryReader
 from .otlp import otlp_reader
 from .provider import configure
+from .proxy import InstrumentedModel, PrometheusModel
 from .pushgateway import PushgatewayReader
 from .scrape import ScrapeEndpoint
 from .version import __version__
@@ -21,7 +24,10 @@ __all__ = (
     "CATALOGUE",
     "HISTOGRAM_WEIGHT_BUCKETS_0_3",
     "HISTOGRAM_WEIGHT_BUCKETS_1_0",
+    "Drift",
     "Instrument",
+    "InstrumentedModel",
+    "PrometheusModel",
     "PushgatewayReader",
     "RegistryReader",
     "ScrapeEndpoint",
@@ -29,5 +35,6 @@ __all__ = (
     "TrainingMetrics",
     "__version__",
     "configure",
+    "drift",
     "otlp_reader",
 )

@@ -5,8 +5,8 @@ Detectors need only NumPy and SciPy and are configured in milliseconds from refe
 non-overlapping windows and report a :class:`Drift` per window:
 
 - :class:`ChiSquare`: predicted classes (or a categorical input) against reference classes.
-- :class:`KS`: two-sample Kolmogorov–Smirnov per numeric feature, with a multiple-testing
-  correction (Bonferroni or Benjamini–Hochberg).
+- :class:`KS`: two-sample Kolmogorov-Smirnov per numeric feature, with a multiple-testing
+  correction (Bonferroni or Benjamini-Hochberg).
 - :class:`PSI`: the population stability index (a statistic, no p-value).
 - :class:`CUSUM`: a sequential two-sided CUSUM on standardised values; resets after an alarm.
 
@@ -31,7 +31,7 @@ import re
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -300,7 +300,7 @@ class ChiSquare(_Windowed):
 
 
 class KS(_Windowed):
-    """Two-sample Kolmogorov–Smirnov tests of every numeric feature per window.
+    """Two-sample Kolmogorov-Smirnov tests of every numeric feature per window.
 
     Each feature (inputs or outputs flattened beyond the batch axis; list and dict inputs
     joined column-wise) is compared with its reference distribution. The reported p-value is
@@ -311,7 +311,7 @@ class KS(_Windowed):
         window: rows per test. Defaults to 500.
         alpha: family-wise (Bonferroni) or false-discovery (FDR) level. Defaults to 0.05.
         on: ``"inputs"`` or ``"predictions"``. Defaults to ``"inputs"``.
-        correction: ``"bonferroni"`` or ``"fdr"`` (Benjamini–Hochberg). Defaults to
+        correction: ``"bonferroni"`` or ``"fdr"`` (Benjamini-Hochberg). Defaults to
             ``"bonferroni"``.
         name: the ``detector`` label. Defaults to ``"ks"``.
 
@@ -362,7 +362,10 @@ class KS(_Windowed):
         for j in range(self.features):
             ref, cur = self._reference[j], live[j]
             points = np.concatenate((ref, cur))
-            gap = np.searchsorted(ref, points, "right") / n - np.searchsorted(cur, points, "right") / m
+            gap = (
+                np.searchsorted(ref, points, "right") / n
+                - np.searchsorted(cur, points, "right") / m
+            )
             distances[j] = np.max(np.abs(gap))
         p_values = np.clip(stats.kstwo.sf(distances, round(n * m / (n + m))), 0.0, 1.0)
         k = len(p_values)
@@ -415,14 +418,18 @@ class PSI(_Windowed):
         if isinstance(bins, bool) or not isinstance(bins, numbers.Integral) or bins < 2:
             raise ValueError(f"bins must be an integer >= 2, got {bins!r}")
         self.bins = int(bins)
-        self.threshold = float(threshold)
+        self.threshold: float = float(threshold)
         matrix = as_matrix(reference).astype(np.float64)
         if len(matrix) < 2:
             raise ValueError("PSI needs at least two reference rows")
-        self.features = matrix.shape[1]
+        self.features: int = matrix.shape[1]
         quantiles = np.linspace(0.0, 1.0, self.bins + 1)[1:-1]
-        self._edges = [np.unique(np.quantile(matrix[:, j], quantiles)) for j in range(self.features)]
-        self._expected = [self._proportions(matrix[:, j], j) for j in range(self.features)]
+        self._edges: list[np.ndarray] = [
+            np.unique(np.quantile(matrix[:, j], quantiles)) for j in range(self.features)
+        ]
+        self._expected: list[np.ndarray] = [
+            self._proportions(matrix[:, j], j) for j in range(self.features)
+        ]
 
     def _proportions(self, column: np.ndarray, j: int) -> np.ndarray:
         edges = self._edges[j]
@@ -691,12 +698,13 @@ def _valid(result: Any) -> Drift | None:
     if detected is not None:
         if isinstance(detected, (bool, np.bool_)):
             detected = int(detected)
-        if not isinstance(detected, numbers.Integral) or detected < 0:
-            if not (isinstance(detected, numbers.Real) and float(detected).is_integer()):
-                return None
-            if detected < 0:
-                return None
-        detected = int(detected)
+        if (
+            not isinstance(detected, numbers.Real)
+            or not float(detected).is_integer()
+            or detected < 0
+        ):
+            return None
+        detected = int(float(detected))
     if p_value is not None:
         if not isinstance(p_value, numbers.Real) or not 0.0 <= float(p_value) <= 1.0:
             return None
@@ -807,9 +815,7 @@ class DriftMonitor:
     def _start(self) -> None:
         with self._start_lock:
             if self._thread is None:
-                thread = threading.Thread(
-                    target=self._run, name="gangplank-drift", daemon=True
-                )
+                thread = threading.Thread(target=self._run, name="gangplank-drift", daemon=True)
                 self._thread = thread
                 thread.start()
 
@@ -817,8 +823,6 @@ class DriftMonitor:
         while True:
             self._wake.wait()
             self._wake.clear()
-            if self._stopping and not self._buffer:
-                return
             with self._done:
                 self._idle = False
             try:
@@ -829,6 +833,8 @@ class DriftMonitor:
                 with self._done:
                     self._idle = True
                     self._done.notify_all()
+            if self._stopping:
+                return
 
     def _evaluate(self, x: Any, y: Any) -> None:
         try:
@@ -836,7 +842,7 @@ class DriftMonitor:
         except Exception:
             _logger.debug("drift: predictions could not be converted to NumPy", exc_info=True)
             y_array = None
-        for detector, cell in zip(self.detectors, self._cells):
+        for detector, cell in zip(self.detectors, self._cells, strict=True):
             started = time.perf_counter()
             try:
                 results = detector.update(x, y_array)
@@ -844,7 +850,7 @@ class DriftMonitor:
             except Exception:
                 self._failed(cell, "raised", exc_info=True)
                 continue
-            for original, drift in zip(results, drifts):
+            for original, drift in zip(results, drifts, strict=True):
                 if drift is None:
                     self._failed(cell, f"returned {original!r}, not a Drift")
                     continue
@@ -880,11 +886,6 @@ class DriftMonitor:
 def _structure_to_numpy(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {key: _structure_to_numpy(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_structure_to_numpy(item) for item in value)  # type: ignore[call-arg]
+    if type(value) in (list, tuple):
+        return type(value)(_structure_to_numpy(item) for item in value)
     return to_numpy(value)
-
-
-def detector_names(detectors: Sequence[Detector]) -> list[str]:
-    """The ``detector`` labels of ``detectors``."""
-    return [str(getattr(d, "name", "detector")) for d in detectors]
