@@ -40,6 +40,9 @@ COLLECTOR_DIR = REPO_ROOT / "otel-collector"
 BUILD_SCRIPT = COLLECTOR_DIR / "build.sh"
 CONFIG_PATH = COLLECTOR_DIR / "config.yaml"
 
+#: A collector binary built beforehand (``tests/run.sh`` exports it); skips build.sh.
+PREBUILT_ENV = "GANGPLANK_OTELCOL"
+
 #: Exit status of build.sh when no Go toolchain is installed.
 GO_MISSING_EXIT_CODE = 3
 
@@ -67,7 +70,8 @@ def _tail(text: str, lines: int = 40) -> str:
 def collector_binary(timeout: float | None = None) -> str | None:
     """Build (or reuse) the collector and return the binary's absolute path.
 
-    Returns ``None`` when Go is not installed (build.sh exits with status 3).
+    ``$GANGPLANK_OTELCOL``, when set, is used as is. Otherwise returns ``None`` when Go is
+    not installed (build.sh exits with status 3).
     Raises :class:`RuntimeError`, with the tail of the build's stderr, on any
     other build failure. A successful result (or ``None``) is cached for the
     life of the process; failures are not cached.
@@ -76,6 +80,13 @@ def collector_binary(timeout: float | None = None) -> str | None:
     with _binary_lock:
         if _binary is not _UNSET:
             return _binary  # type: ignore[return-value]
+        prebuilt = os.environ.get(PREBUILT_ENV, "").strip()
+        if prebuilt:
+            # tests/run.sh builds once and exports the path.
+            if not os.access(prebuilt, os.X_OK):
+                raise RuntimeError(f"{PREBUILT_ENV}={prebuilt!r} is not an executable file")
+            _binary = prebuilt
+            return prebuilt
         try:
             proc = subprocess.run(
                 ["bash", str(BUILD_SCRIPT)],

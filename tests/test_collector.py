@@ -25,20 +25,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from collector import Collector, collector_binary
 from fleet_worker import loss_after, serving_plan, training_plan
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID
 from prometheus_client.parser import text_string_to_metric_families
-from servers import Prometheus, Pushgateway, http_get, poll, silent_server
 
 import gangplank
+from collector import Collector, collector_binary
 from gangplank import catalogue
 from gangplank.catalogue import Instrument, Kind
 from gangplank.histogram import HistogramFamily
 from gangplank.producer import attach
 from gangplank.provider import get_meter
+from servers import Prometheus, Pushgateway, http_get, poll, silent_server
 
 TESTS_DIR = Path(__file__).resolve().parent
 FLEET_WORKER = TESTS_DIR / "fleet_worker.py"
@@ -89,6 +89,10 @@ LOG_KEYS = {
     "train": ("loss", "accuracy", "val_loss", "val_accuracy"),
     "test": ("loss", "accuracy"),
 }
+
+#: Series about a route's own health, which only routes that can fail have (the push reader
+#: counts its failed pushes; a scrape endpoint cannot fail to push).
+ROUTE_HEALTH_SERIES = frozenset({"gangplank_export_failures_total"})
 
 #: Seconds any wait for data in Prometheus may take (remote write and scrapes run every ~1s).
 ARRIVAL = 30.0
@@ -223,10 +227,16 @@ def unique(prefix: str) -> str:
 
 
 def otlp_provider(
-    endpoint: str, service: str, instance: str = "i-0", *, timeout: float = 5.0, **readers: Any
+    endpoint: str,
+    service: str,
+    instance: str = "i-0",
+    *,
+    timeout: float = 5.0,
+    interval: float = INTERVAL,
+    **readers: Any,
 ) -> MeterProvider:
-    """A provider exporting to ``endpoint`` every INTERVAL seconds (plus any other readers)."""
-    reader = gangplank.otlp_reader(endpoint, interval=INTERVAL, timeout=timeout)
+    """A provider exporting to ``endpoint`` every ``interval`` seconds (plus other readers)."""
+    reader = gangplank.otlp_reader(endpoint, interval=interval, timeout=timeout)
     return gangplank.configure(
         reader,
         *readers.values(),
@@ -551,19 +561,35 @@ def test_a_real_fit_and_predictions_give_the_same_series_on_every_route(
             "collector (scraped)": f'{{job="{run}-otlp",via="scrape"}}',
             "collector (remote write)": f'{{job="{run}-otlp",via=""}}',
         }
-        names = {}
-        for route, selector in selectors.items():
 
-            def arrived(selector: str = selector) -> set[str] | None:
-                got = {n for n in prom.series_names(selector) if n.startswith("gangplank_")}
-                return got if got >= must else None
+        def names_now() -> dict[str, set[str]]:
+            return {
+                route: {
+                    n
+                    for n in prom.series_names(selector)
+                    if n.startswith("gangplank_") and n not in ROUTE_HEALTH_SERIES
+                }
+                for route, selector in selectors.items()
+            }
 
-            names[route] = poll(arrived, timeout=ARRIVAL, what=f"{route}: {sorted(must)}")
-        # Give every route one more round so late series (observable ones) are in too.
-        assert provider.force_flush(10_000)
-        first = names["push"]
-        for route, got in names.items():
-            assert got == first, f"{route} differs from push: {sorted(got ^ first)}"
+        def same_everywhere() -> bool:
+            names = names_now()
+            return all(got >= must for got in names.values()) and (
+                len({frozenset(got) for got in names.values()}) == 1
+            )
+
+        try:
+            poll(same_everywhere, timeout=ARRIVAL, what="the same series on every route")
+        except AssertionError:
+            names = names_now()
+            report = {route: sorted(got ^ names["push"]) for route, got in names.items()}
+            missing = {route: sorted(must - got) for route, got in names.items()}
+            raise AssertionError(f"differences from push: {report}; missing: {missing}") from None
+        # The same values too.
+        for selector in selectors.values():
+            assert prom.value(f"gangplank_train_epochs_count{selector}") == 2
+            assert prom.value(f"gangplank_predict_total{selector}") == 10
+            assert prom.value(f"gangplank_predict_call_total{selector}") == 3
     finally:
         provider.shutdown()
 
@@ -813,14 +839,17 @@ def test_collector_restarted_mid_run(
 
 
 @pytest.mark.collector
-@pytest.mark.parametrize("fault", ["stopped", "silent"])
+@pytest.mark.parametrize(
+    ("fault", "interval"), [("stopped", INTERVAL), ("silent", INTERVAL), ("silent", 3600.0)]
+)
 def test_shutdown_is_bounded_when_the_collector_is_unreachable(
-    make_collector: Callable[[], Collector], fault: str
+    make_collector: Callable[[], Collector], fault: str, interval: float
 ) -> None:
     """``provider.shutdown()`` returns within the reader's timeout (plus slack), not hangs.
 
     ``stopped``: the Collector ran, then went away (connections refused). ``silent``: the
-    endpoint accepts connections and never answers.
+    endpoint accepts connections and never answers. A long interval matters because the
+    SDK's last export at shutdown is given the *interval* as its timeout.
     """
     timeout = 2.0
     with silent_server() as silent:
@@ -830,7 +859,7 @@ def test_shutdown_is_bounded_when_the_collector_is_unreachable(
             endpoint = col.otlp_http_endpoint
         else:
             endpoint = silent
-        provider = otlp_provider(endpoint, unique("bounded"), timeout=timeout)
+        provider = otlp_provider(endpoint, unique("bounded"), timeout=timeout, interval=interval)
         catalogue.TRAIN_STEPS.create(get_meter(provider)).add(1)
         if fault == "stopped":
             assert provider.force_flush(10_000)
