@@ -348,3 +348,22 @@ def by_name(name: str) -> Instrument:
         if instrument.name == name:
             return instrument
     raise KeyError(name)
+
+
+def reference_table() -> str:
+    """The catalogue as a Markdown table (README's metrics reference is generated from it)."""
+    lines = [
+        "| Prometheus series | type | OpenTelemetry instrument | unit | description |",
+        "|---|---|---|---|---|",
+        "| `gangplank_train_<key>`, `gangplank_test_<key>` | gauge | `gangplank.train.<key>` "
+        "| | each numeric Keras `logs` value (loss, metrics, `val_*`, keys from other callbacks) |",
+        "| `gangplank_train_batch_<key>` | gauge | `gangplank.train.batch.<key>` "
+        "| | the same per batch, with `update_freq` |",
+    ]
+    for instrument in CATALOGUE:
+        unit = f"`{instrument.unit}`" if instrument.unit else ""
+        lines.append(
+            f"| `{instrument.prometheus_name}` | {instrument.prometheus_type} "
+            f"| `{instrument.name}` | {unit} | {instrument.description} |"
+        )
+    return "\n".join(lines) + "\n"
