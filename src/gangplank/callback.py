@@ -302,9 +302,11 @@ class TrainingMetrics(keras.callbacks.Callback):
         self._test_elapsed = c.TEST_ELAPSED.create(self._meter)
         self._test_parameters = c.TEST_PARAMETERS.create(self._meter)
         self._test_steps = c.TEST_STEPS.create(self._meter)
-        # Gauges for logs keys, by Prometheus name (collisions are decided on that name).
-        self._gauges: dict[str, tuple[str, Any]] = {
+        # Gauges for logs keys by Prometheus name, as (logs key or None for a catalogue
+        # instrument, OpenTelemetry name, gauge); collisions are decided on that name.
+        self._gauges: dict[str, tuple[str | None, str, Any]] = {
             c.TRAIN_LEARNING_RATE.prometheus_name: (
+                None,
                 c.TRAIN_LEARNING_RATE.name,
                 c.TRAIN_LEARNING_RATE.create(self._meter),
             )
@@ -513,7 +515,7 @@ class TrainingMetrics(keras.callbacks.Callback):
             _logger.debug("Could not read the learning rate: %s", error)
             return
         if rate is not None and math.isfinite(rate):
-            _name, gauge = self._gauges[catalogue.TRAIN_LEARNING_RATE.prometheus_name]
+            gauge = self._gauges[catalogue.TRAIN_LEARNING_RATE.prometheus_name][2]
             gauge.set(rate, self.attributes)
 
     def _record_logs(self, phase: str, logs: Mapping[str, Any]) -> None:
@@ -553,8 +555,8 @@ class TrainingMetrics(keras.callbacks.Callback):
         prom = prometheus_name(name, "", Kind.GAUGE)
         claimed = self._gauges.get(prom)
         if claimed is not None:
-            if claimed[0] == name:
-                return claimed[1]  # e.g. learning_rate: the catalogue's own gauge
+            if claimed[0] is None and claimed[1] == name:
+                return claimed[2]  # learning_rate: the catalogue's own gauge
             _logger.debug(
                 "logs key %r collides with another key as %s; the first one is exported",
                 key,
@@ -574,7 +576,7 @@ class TrainingMetrics(keras.callbacks.Callback):
         gauge = Instrument(name, Kind.GAUGE, "", f"Keras logs value {key!r} {where}.").create(
             self._meter
         )
-        self._gauges[prom] = (name, gauge)
+        self._gauges[prom] = (key, name, gauge)
         return gauge
 
     def _snapshot(self, series: Series, arrays: list[np.ndarray]) -> None:
