@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import select
 import subprocess
 import sys
 import threading
@@ -614,9 +615,12 @@ def _start_worker(role: str, index: int, *route: str, service: str, instance: st
 
 def _run_together(workers: list[subprocess.Popen[str]], timeout: float = 120.0) -> list[dict]:
     """Wait until every worker is ready, start them at once, return their summaries."""
+    deadline = time.monotonic() + timeout
     try:
         for worker in workers:
             assert worker.stdout is not None and worker.stdin is not None
+            readable, _, _ = select.select([worker.stdout], [], [], deadline - time.monotonic())
+            assert readable, f"worker {worker.args} not ready after {timeout}s"
             line = worker.stdout.readline()
             assert line.strip() == "ready", f"worker not ready: {line!r} {worker.stderr.read()}"
         for worker in workers:
@@ -624,7 +628,7 @@ def _run_together(workers: list[subprocess.Popen[str]], timeout: float = 120.0) 
             worker.stdin.flush()
         summaries = []
         for worker in workers:
-            out, err = worker.communicate(timeout=timeout)
+            out, err = worker.communicate(timeout=max(1.0, deadline - time.monotonic()))
             assert worker.returncode == 0, f"worker failed ({worker.returncode}):\n{err}"
             summaries.append(json.loads(out.strip().splitlines()[-1]))
         return summaries
