@@ -459,8 +459,10 @@ class CUSUM(Detector):
     standardised with the reference mean and standard deviation ``z``; the upper and lower
     sums ``S+ = max(0, S+ + z - k)`` and ``S- = max(0, S- - z - k)`` raise an alarm when one
     exceeds ``h``, after which every sum restarts from zero. A report is made every ``window``
-    rows: ``drift_detected`` is 1 if an alarm was raised in it, the statistic the largest sum
-    reached.
+    rows: ``drift_detected`` is the number of alarms raised in it (so
+    ``gangplank_predict_drift_detected_total`` counts alarms), the statistic the largest sum
+    reached. In control, alarms are rare but not impossible: with ``k=0.5, h=5`` about one
+    per 500-1000 rows per column; after a shift of one standard deviation, about one per 10.
 
     Args:
         reference: reference rows (predictions or inputs, like the live data).
@@ -512,6 +514,7 @@ class CUSUM(Detector):
         self._seen = 0
         self._alarms = 0
         self._peak = 0.0
+        self.alarms = 0
 
     def update(self, x: Any, y: Any) -> list[Drift]:
         """Consume one batch and return the reports of the windows it completed."""
@@ -530,7 +533,7 @@ class CUSUM(Detector):
             self._seen += stop - start
             start = stop
             if self._seen == self.window:
-                results.append(Drift(int(self._alarms > 0), None, self._peak))
+                results.append(Drift(self._alarms, None, self._peak))
                 self._seen, self._alarms, self._peak = 0, 0, 0.0
         return results
 
@@ -551,6 +554,7 @@ class CUSUM(Detector):
             alarm = int(over[0])
             self._peak = max(self._peak, float(worst[: alarm + 1].max()))
             self._alarms += 1
+            self.alarms += 1
             self.upper = np.zeros(self.features)
             self.lower = np.zeros(self.features)
             z = z[alarm + 1 :]

@@ -335,6 +335,7 @@ _OWN = frozenset(
         "__wrapped__",
         "_gp_cells",
         "_gp_classes",
+        "_gp_drift_methods",
         "_gp_lock",
         "_gp_monitor",
         "_gp_state",
@@ -444,6 +445,7 @@ class InstrumentedModel:
             else None
         )
         _set(self, "_gp_monitor", monitor)
+        _set(self, "_gp_drift_methods", frozenset(METHODS))
         _set(self, "_gp_unknown_logged", False)
         _set(self, "_gp_failed_classes", False)
         _set(self, "_gp_server", None)
@@ -530,7 +532,7 @@ class InstrumentedModel:
                     cell.batch_max = n
         if self._gp_classes is not None:
             self._gp_classify(cell, result)
-        if self._gp_monitor is not None:
+        if self._gp_monitor is not None and cell.method in self._gp_drift_methods:
             self._gp_monitor.submit(x if rows(x) is not None else None, result)
         return result
 
@@ -667,10 +669,11 @@ class PrometheusModel(InstrumentedModel):
 
     The series of :class:`InstrumentedModel` (which this is) appear in ``registry``, under the
     seed's names, and on ``port`` when given. ``get_drift_metrics_func(X, Y)`` returns a
-    :class:`gangplank.Drift`; unlike the seed it runs on a worker thread, not inside
-    ``predict``: ``drift_detected`` is added to ``gangplank_predict_drift_detected_total``,
-    the p-value and statistic set ``gangplank_predict_drift_p_value`` and
-    ``gangplank_predict_drift_test_statistic`` (with a ``detector`` label).
+    :class:`gangplank.Drift`; as in the seed it sees what ``predict`` returned, but it runs
+    on a worker thread, not inside ``predict``: ``drift_detected`` is added to
+    ``gangplank_predict_drift_detected_total``, the p-value and statistic set
+    ``gangplank_predict_drift_p_value`` and ``gangplank_predict_drift_test_statistic``
+    (with a ``detector`` label).
 
     Args:
         model: the Keras model to wrap.
@@ -704,6 +707,8 @@ class PrometheusModel(InstrumentedModel):
         super().__init__(
             model, _registry_provider(registry), drift=get_drift_metrics_func, **kwargs
         )
+        # As in the seed, the drift function sees what predict() returned, not model(x).
+        object.__setattr__(self, "_gp_drift_methods", frozenset(("predict",)))
         if port is not None:
             server = prometheus_client.start_http_server(port, addr=addr, registry=registry)
             object.__setattr__(self, "_gp_server", server)
