@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, set_value
 from opentelemetry.sdk.metrics import (
     Counter,
     Histogram,
@@ -15,7 +17,18 @@ from opentelemetry.sdk.metrics import (
     ObservableUpDownCounter,
     UpDownCounter,
 )
-from opentelemetry.sdk.metrics.export import AggregationTemporality, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    Metric,
+    MetricExportResult,
+    MetricsData,
+    NumberDataPoint,
+    PeriodicExportingMetricReader,
+    Sum,
+)
+
+from . import catalogue
+from .producer import merge
 
 __all__ = ("otlp_reader",)
 
@@ -34,8 +47,35 @@ _CUMULATIVE: dict[type, AggregationTemporality] = {
 }
 
 
+class _Failures:
+    """Counts failed exports and reports them as ``gangplank.export.failures{route="otlp"}``."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._start = time.time_ns()
+
+    def produce(self) -> Sequence[Metric]:
+        spec = catalogue.EXPORT_FAILURES
+        point = NumberDataPoint(
+            attributes={"route": "otlp"},
+            start_time_unix_nano=self._start,
+            time_unix_nano=time.time_ns(),
+            value=self.count,
+        )
+        data = Sum(
+            data_points=[point],
+            aggregation_temporality=AggregationTemporality.CUMULATIVE,
+            is_monotonic=True,
+        )
+        return [Metric(spec.name, spec.description, spec.unit, data)]
+
+
 class _OTLPReader(PeriodicExportingMetricReader):
-    """A periodic reader whose shutdown never outlasts its export timeout."""
+    """A periodic reader whose shutdown never outlasts its export timeout.
+
+    Failed exports are counted (``gangplank_export_failures_total{route="otlp"}``, sent with
+    the next export that gets through) and logged once per failure streak.
+    """
 
     def __init__(self, exporter: Any, interval: float, timeout: float) -> None:
         super().__init__(
@@ -44,6 +84,48 @@ class _OTLPReader(PeriodicExportingMetricReader):
             export_timeout_millis=timeout * 1000,
         )
         self.timeout = timeout
+        self._failures = _Failures()
+        self._streak = 0
+
+    @property
+    def failures(self) -> int:
+        """How many exports have failed."""
+        return self._failures.count
+
+    def _receive_metrics(
+        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
+    ) -> None:
+        if metrics_data.resource_metrics:
+            metrics_data = merge(metrics_data, [self._failures]) or metrics_data
+        token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+        try:
+            with self._export_lock:
+                result = self._exporter.export(metrics_data, timeout_millis=timeout_millis)
+        except Exception as error:  # the exporter should not raise; never let it escape
+            result = MetricExportResult.FAILURE
+            _logger.debug("OTLP exporter raised", exc_info=error)
+        finally:
+            detach(token)
+        self._count(result is MetricExportResult.SUCCESS)
+
+    def _count(self, succeeded: bool) -> None:
+        endpoint = getattr(self._exporter, "_endpoint", "the collector")
+        if succeeded:
+            if self._streak:
+                _logger.info(
+                    "OTLP export to %s succeeded after %d failures", endpoint, self._streak
+                )
+            self._streak = 0
+            return
+        self._failures.count += 1
+        self._streak += 1
+        if self._streak == 1:
+            _logger.warning(
+                "OTLP export to %s failed; will keep exporting every %gs, further failures "
+                'are counted in gangplank_export_failures_total{route="otlp"}',
+                endpoint,
+                self._export_interval_millis / 1000,
+            )
 
     def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
         super().shutdown(min(timeout_millis, self.timeout * 1000), **kwargs)
