@@ -368,7 +368,7 @@ def test_exact_values_arrive_by_scrape_and_by_remote_write(
         series = latency.series({"method": "predict"})
         for value in (0.0002, 0.003, 0.003, 0.04, 2.0):
             series.observe(value)
-        assert provider.force_flush(10_000)
+        provider.force_flush(10_000)
 
         text = collector.wait_for_metric(lambda t: f'job="{service}"' in t, timeout=ARRIVAL)
         assert text  # the Collector's exporter shows the process as job/instance
@@ -394,7 +394,7 @@ def test_exact_values_arrive_by_scrape_and_by_remote_write(
         for _ in range(5):
             steps.add(1)
         series.observe(0.5)
-        assert provider.force_flush(10_000)
+        provider.force_flush(10_000)
         for via in ("scrape", ""):
             select = f'job="{service}",via="{via}"'
             prom.wait_for_value(f"gangplank_train_steps_total{{{select}}}", 42, ARRIVAL)
@@ -418,7 +418,7 @@ def test_without_honor_labels_the_process_moves_to_exported_job(
     provider = otlp_provider(collector.otlp_http_endpoint, service, "pod-3")
     try:
         catalogue.TRAIN_STEPS.create(get_meter(provider)).add(3)
-        assert provider.force_flush(10_000)
+        provider.force_flush(10_000)
         result = prom.wait_for(
             f'gangplank_train_steps_total{{exported_job="{service}",via="plain"}}', ARRIVAL
         )
@@ -448,7 +448,7 @@ def test_every_route_gives_the_same_series_names_and_types(
     )
     try:
         keep = record_everything(provider)
-        assert provider.force_flush(10_000)  # pushes and exports
+        provider.force_flush(10_000)  # pushes and exports
         prom.scrape(f"127.0.0.1:{endpoint.port}", parity=run)
 
         expected = expected_series()
@@ -533,7 +533,7 @@ def test_a_real_fit_and_predictions_give_the_same_series_on_every_route(
     )
     try:
         _fit_and_predict(provider)
-        assert provider.force_flush(10_000)
+        provider.force_flush(10_000)
         prom.scrape(f"127.0.0.1:{endpoint.port}", parity=run)
         # Present after this run whatever the callback's options (no weights histogram asked).
         must = {
@@ -771,8 +771,8 @@ def test_collector_down_when_the_app_starts(
         with caplog.at_level(logging.INFO, logger="gangplank"):
             for _ in range(25):
                 steps.add(1)  # never raises, whatever the network does
-            provider.force_flush(5_000)
-            provider.force_flush(5_000)
+            assert not reader.force_flush(5_000)
+            assert not reader.force_flush(5_000)
             assert reader.failures >= 2
             assert prom.value(f'gangplank_train_steps_total{{job="{service}"}}') is None
 
@@ -781,6 +781,7 @@ def test_collector_down_when_the_app_starts(
                 steps.add(1)
             prom.wait_for_value(f'gangplank_train_steps_total{{job="{service}"}}', 40, ARRIVAL)
             assert exposed(col.scrape(), "gangplank_train_steps_total", job=service) == 40
+            assert reader.force_flush(5_000)
             failures = prom.wait_for(
                 f'gangplank_export_failures_total{{job="{service}",route="otlp",via=""}} >= 2',
                 ARRIVAL,
@@ -838,7 +839,7 @@ def test_collector_restarted_mid_run(
         stop.set()
         thread.join(5)
         assert not errors and not thread.is_alive()
-        assert provider.force_flush(10_000)
+        provider.force_flush(10_000)
         assert recorded > 0
         prom.wait_for_value(f'gangplank_train_steps_total{{job="{service}"}}', recorded, ARRIVAL)
         col.wait_for_metric(
@@ -874,7 +875,7 @@ def test_shutdown_is_bounded_when_the_collector_is_unreachable(
         provider = otlp_provider(endpoint, unique("bounded"), timeout=timeout, interval=interval)
         catalogue.TRAIN_STEPS.create(get_meter(provider)).add(1)
         if fault == "stopped":
-            assert provider.force_flush(10_000)
+            provider.force_flush(10_000)
             col.stop()
         started = time.monotonic()
         provider.shutdown()

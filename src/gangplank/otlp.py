@@ -86,6 +86,7 @@ class _OTLPReader(PeriodicExportingMetricReader):
         self.timeout = timeout
         self._failures = _Failures()
         self._streak = 0
+        self._flush_failed = False
 
     @property
     def failures(self) -> int:
@@ -118,6 +119,7 @@ class _OTLPReader(PeriodicExportingMetricReader):
             self._streak = 0
             return
         self._failures.count += 1
+        self._flush_failed = True
         self._streak += 1
         if self._streak == 1:
             _logger.warning(
@@ -126,6 +128,12 @@ class _OTLPReader(PeriodicExportingMetricReader):
                 endpoint,
                 self._export_interval_millis / 1000,
             )
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        """Export now; False when that export failed (the SDK's reader always says True)."""
+        self._flush_failed = False
+        super().force_flush(timeout_millis)
+        return not self._flush_failed
 
     def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
         super().shutdown(min(timeout_millis, self.timeout * 1000), **kwargs)
