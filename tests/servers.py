@@ -181,6 +181,7 @@ class Prometheus(Process):
         extra_scrape_configs: list[dict[str, Any]] | None = None,
         rule_files: list[str] | None = None,
         alertmanager_url: str | None = None,
+        scrape_interval: str = "1s",
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -189,7 +190,7 @@ class Prometheus(Process):
         scrape_configs: list[dict[str, Any]] = [
             {
                 "job_name": "targets",
-                "scrape_interval": "1s",
+                "scrape_interval": scrape_interval,
                 "file_sd_configs": [
                     {"files": [str(self.targets_dir / "*.json")], "refresh_interval": "1s"}
                 ],
@@ -200,13 +201,13 @@ class Prometheus(Process):
                 {
                     "job_name": "pushgateway",
                     "honor_labels": True,
-                    "scrape_interval": "1s",
+                    "scrape_interval": scrape_interval,
                     "static_configs": [{"targets": [pushgateway_url.split("://", 1)[1]]}],
                 }
             )
         scrape_configs.extend(extra_scrape_configs or [])
         config: dict[str, Any] = {
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "global": {"scrape_interval": scrape_interval, "evaluation_interval": "1s"},
             "scrape_configs": scrape_configs,
         }
         if rule_files:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 import keras
@@ -44,7 +44,7 @@ class DemoOptions:
     requests: int = 120
     serve: bool = False
     seed: int = 7
-    extra: dict[str, Any] = field(default_factory=dict)
+    batch_size: int = 16
 
 
 class _Progress(keras.callbacks.Callback):
@@ -112,7 +112,7 @@ def run(options: DemoOptions, out: TextIO) -> MeterProvider:
         y_train,
         validation_split=0.2,
         epochs=options.epochs,
-        batch_size=16,
+        batch_size=options.batch_size,
         verbose=0,
         callbacks=[
             TrainingMetrics(provider, weight_buckets=WEIGHT_BUCKETS_1_0),
