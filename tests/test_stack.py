@@ -363,7 +363,7 @@ def test_start_fails_cleanly_on_a_busy_port(tmp_path: Path) -> None:
             assert not list(stack.state.glob("*.pid"))
             started = [int(pid) for pid in re.findall(r"ready \(pid (\d+)\)", failed.stderr)]
             assert len(started) == 2, failed.stderr
-            stack.pids.update(zip(("pushgateway", "alertmanager"), started))
+            stack.pids.update(zip(("pushgateway", "alertmanager"), started, strict=True))
             poll(lambda: not any(alive(pid) for pid in started), timeout=15, what="stopped")
         finally:
             stack.run(STOP)
