@@ -142,6 +142,8 @@ class Detector:
     """
 
     name: str = "detector"
+    batchable: bool = False
+    """True if consecutive batches may be joined into one before :meth:`update`."""
 
     def update(self, x: Any, y: Any) -> list[Drift]:
         """Consume one batch and return the results of the windows it completed."""
@@ -170,6 +172,8 @@ def _check_alpha(alpha: float) -> float:
 
 class _Windowed(Detector):
     """Collects rows into non-overlapping windows of ``window`` rows and tests each."""
+
+    batchable = True
 
     def __init__(self, window: int, on: str, name: str | None) -> None:
         self.window = _check_window(window)
@@ -479,6 +483,7 @@ class CUSUM(Detector):
     """
 
     name = "cusum"
+    batchable = True
 
     def __init__(
         self,
@@ -779,27 +784,45 @@ class DriftMonitor:
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._drop_lock = threading.Lock()
+        self._pending = 0
+        if all(getattr(d, "batchable", False) for d in self.detectors):
+            self._wake_rows = min(int(getattr(d, "window", 1)) for d in self.detectors)
+        else:
+            self._wake_rows = 1  # functions see every batch as soon as possible
+        self._wake_batches = max(1, capacity // 2)
 
     @property
     def dropped(self) -> int:
         """Batches dropped because the buffer was full."""
         return int(self._dropped[1])
 
-    def submit(self, x: Any, y: Any) -> bool:
-        """Queue a batch for evaluation; returns False (and counts it) if the buffer is full."""
+    def submit(self, x: Any, y: Any, rows: int | None = None) -> bool:
+        """Queue a batch for evaluation; returns False (and counts it) if the buffer is full.
+
+        ``rows`` (the batch size, if known) lets the worker sleep until a window's worth of
+        rows has arrived, so that it evaluates in bulk rather than waking on every call.
+        """
         if self._thread is None:
             self._start()
-        if len(self._buffer) >= self.capacity or self._stopping:
+        buffer = self._buffer
+        if len(buffer) >= self.capacity or self._stopping:
             with self._drop_lock:
                 self._dropped[1] += 1
             return False
-        self._buffer.append((x, y))
-        if not self._wake.is_set():
+        buffer.append((x, y))
+        # Unsynchronised on purpose: it only decides when to wake the worker.
+        self._pending += rows or 1
+        if (self._pending >= self._wake_rows or len(buffer) >= self._wake_batches) and not (
+            self._wake.is_set()
+        ):
+            self._pending = 0
             self._wake.set()
         return True
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait until every queued batch has been evaluated; False if ``timeout`` passed."""
+        if self._thread is not None:
+            self._wake.set()
         with self._done:
             return self._done.wait_for(lambda: not self._buffer and self._idle, timeout)
 
@@ -831,8 +854,10 @@ class DriftMonitor:
                 self._idle = False
             try:
                 while self._buffer:
-                    x, y = self._buffer.popleft()
-                    self._evaluate(x, y)
+                    items = []
+                    while self._buffer:
+                        items.append(self._buffer.popleft())
+                    self._evaluate_all(items)
             finally:
                 with self._done:
                     self._idle = True
@@ -840,39 +865,53 @@ class DriftMonitor:
             if self._stopping:
                 return
 
-    def _evaluate(self, x: Any, y: Any) -> None:
-        try:
-            y_array = None if y is None else _structure_to_numpy(y)
-        except Exception:
-            _logger.debug("drift: predictions could not be converted to NumPy", exc_info=True)
-            y_array = None
-        for detector, cell in zip(self.detectors, self._cells, strict=True):
-            started = time.perf_counter()
+    def _evaluate_all(self, items: list[tuple[Any, Any]]) -> None:
+        converted = []
+        for x, y in items:
             try:
-                results = detector.update(x, y_array)
-                drifts = [_valid(result) for result in results]
+                y_array = None if y is None else _structure_to_numpy(y)
             except Exception:
-                self._failed(cell, "raised", exc_info=True)
+                _logger.debug("drift: predictions could not be converted to NumPy", exc_info=True)
+                y_array = None
+            converted.append((x, y_array))
+        merged: list[tuple[Any, Any]] | None = None
+        for detector, cell in zip(self.detectors, self._cells, strict=True):
+            if getattr(detector, "batchable", False):
+                if merged is None:
+                    merged = _merge(converted)
+                batches = merged
+            else:
+                batches = converted
+            for x, y in batches:
+                self._evaluate(detector, cell, x, y)
+
+    def _evaluate(self, detector: Detector, cell: _Cell, x: Any, y: Any) -> None:
+        started = time.perf_counter()
+        try:
+            results = detector.update(x, y)
+            drifts = [_valid(result) for result in results]
+        except Exception:
+            self._failed(cell, "raised", exc_info=True)
+            return
+        for original, drift in zip(results, drifts, strict=True):
+            if drift is None:
+                self._failed(cell, f"returned {original!r}, not a Drift")
                 continue
-            for original, drift in zip(results, drifts, strict=True):
-                if drift is None:
-                    self._failed(cell, f"returned {original!r}, not a Drift")
-                    continue
-                cell.windows += 1
-                if drift.drift_detected:
-                    cell.detected += drift.drift_detected
-                if drift.p_value is not None:
-                    cell.p_value = drift.p_value
-                if drift.test_statistic is not None:
-                    cell.statistic = drift.test_statistic
-                if cell.failing:
-                    cell.failing = False
-                    _logger.info("drift detector %s works again", cell.attributes["detector"])
-            _logger.debug(
-                "drift detector %s took %.3f ms",
-                cell.attributes["detector"],
-                (time.perf_counter() - started) * 1000,
-            )
+            cell.windows += 1
+            if drift.drift_detected:
+                cell.detected += drift.drift_detected
+            if drift.p_value is not None:
+                cell.p_value = drift.p_value
+            if drift.test_statistic is not None:
+                cell.statistic = drift.test_statistic
+            if cell.failing:
+                cell.failing = False
+                _logger.info("drift detector %s works again", cell.attributes["detector"])
+        _logger.debug(
+            "drift detector %s took %.3f ms",
+            cell.attributes["detector"],
+            (time.perf_counter() - started) * 1000,
+        )
 
     @staticmethod
     def _failed(cell: _Cell, what: str, exc_info: bool = False) -> None:
@@ -885,6 +924,46 @@ class DriftMonitor:
                 what,
                 exc_info=exc_info,
             )
+
+
+def _signature(value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, np.ndarray) and value.ndim >= 1:
+        return (value.shape[1:], value.dtype)
+    return False  # not joinable
+
+
+def _merge(items: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
+    """Join runs of consecutive batches whose inputs and outputs are alike into one batch."""
+    merged: list[tuple[Any, Any]] = []
+    run: list[tuple[Any, Any]] = []
+    key: Any = False
+
+    def flush() -> None:
+        if len(run) == 1:
+            merged.append(run[0])
+        elif run:
+            xs = None if run[0][0] is None else np.concatenate([x for x, _ in run])
+            ys = None if run[0][1] is None else np.concatenate([y for _, y in run])
+            merged.append((xs, ys))
+        run.clear()
+
+    for x, y in items:
+        if x is not None and not isinstance(x, np.ndarray) and hasattr(x, "shape"):
+            try:
+                x = to_numpy(x)
+            except Exception:
+                x = None
+        signature = (_signature(x), _signature(y))
+        if False in signature or signature != key:
+            flush()
+            key = signature if False not in signature else False
+        run.append((x, y))
+        if key is False:
+            flush()
+    flush()
+    return merged
 
 
 def _structure_to_numpy(value: Any) -> Any:

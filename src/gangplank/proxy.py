@@ -533,7 +533,7 @@ class InstrumentedModel:
         if self._gp_classes is not None:
             self._gp_classify(cell, result)
         if self._gp_monitor is not None and cell.method in self._gp_drift_methods:
-            self._gp_monitor.submit(x if rows(x) is not None else None, result)
+            self._gp_monitor.submit(x if rows(x) is not None else None, result, n)
         return result
 
     def _gp_serialised(
