@@ -211,6 +211,8 @@ def bench_keras() -> None:
     for _ in range(50):
         model(x)
         model.predict(x, verbose=0)
+    same_a, same_b = interleaved(lambda: model(x), lambda: model(x), calls=3000)
+    row("noise floor: raw/raw ratio, same protocol", f"{same_b / same_a:.4f}")
     raw, proxied = interleaved(lambda: model(x), lambda: served(x), calls=5000)
     ratio = proxied / raw
     row("raw model(x) per call", f"{raw * 1e6:.1f} µs")
@@ -250,6 +252,7 @@ def bench_drift_latency() -> None:
     reference = model.predict(rng.normal(size=(5000, 20)).astype("float32"), verbose=0)
     provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
     off = gangplank.InstrumentedModel(model, provider, name="off")
+    twin = gangplank.InstrumentedModel(model, provider, name="twin")
     on = gangplank.InstrumentedModel(
         model, provider, name="on", drift=ChiSquare(reference, window=500)
     )
@@ -259,11 +262,16 @@ def bench_drift_latency() -> None:
         on.predict(x, verbose=0)
     off_times: list[float] = []
     on_times: list[float] = []
-    for _ in range(8):  # alternating blocks, so both see the same machine load
+    twin_times: list[float] = []
+    for _ in range(8):  # alternating blocks, so all see the same machine load
         off_times += latencies(lambda: off.predict(x, verbose=0), 250)
         on_times += latencies(lambda: on.predict(x, verbose=0), 250)
+        twin_times += latencies(lambda: twin.predict(x, verbose=0), 250)
     assert on.drift_monitor is not None
     on.drift_monitor.join(30)
+    noise50 = np.percentile(twin_times, 50) / np.percentile(off_times, 50)
+    noise99 = np.percentile(twin_times, 99) / np.percentile(off_times, 99)
+    row("noise floor: drift off vs off, p50 / p99 ratio", f"{noise50:.3f} / {noise99:.3f}")
     p50 = [float(np.percentile(t, 50)) for t in (off_times, on_times)]
     p99 = [float(np.percentile(t, 99)) for t in (off_times, on_times)]
     row("p50 off / on", f"{p50[0] * 1e3:.3f} / {p50[1] * 1e3:.3f} ms")
