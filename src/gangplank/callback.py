@@ -597,10 +597,11 @@ class TrainingMetrics(keras.callbacks.Callback):
             return
         for reader, ticket in tickets:
             if not reader.wait(ticket, reader.timeout if not final else 2 * reader.timeout):
-                raise RuntimeError(
+                failure = RuntimeError(
                     f"push to the Pushgateway for job {reader.job!r} failed or timed out "
                     "(strict mode stops the run)"
                 )
+                self._guard.failed("push", failure)  # raises: strict
 
 
 def _count(variables: Iterable[Any]) -> int:
