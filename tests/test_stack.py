@@ -255,23 +255,30 @@ def test_start_starts_every_service(stack: Stack) -> None:
 
 def test_prometheus_runs_the_example_config(stack: Stack) -> None:
     prometheus = stack.url("PROMETHEUS_PORT")
-    rules = json.loads(http_get(prometheus + "/api/v1/rules"))["data"]["groups"]
-    assert {rule["name"] for group in rules for rule in group["rules"]} == ALERTS
 
-    def alertmanager_found() -> bool:
+    def rules() -> set[str]:
+        groups = json.loads(http_get(prometheus + "/api/v1/rules"))["data"]["groups"]
+        return {rule["name"] for group in groups for rule in group["rules"]}
+
+    def alertmanagers() -> list[str]:
         body = json.loads(http_get(prometheus + "/api/v1/alertmanagers"))
-        urls = [a["url"] for a in body["data"]["activeAlertmanagers"]]
-        return urls == [stack.url("ALERTMANAGER_PORT") + "/api/v2/alerts"]
+        return [a["url"] for a in body["data"]["activeAlertmanagers"]]
 
-    poll(alertmanager_found, timeout=30, what="Prometheus to find the Alertmanager")
-    targets = json.loads(http_get(prometheus + "/api/v1/targets"))["data"]["activeTargets"]
-    scraped = {t["labels"]["job"]: t["scrapeUrl"] for t in targets}
-    assert scraped == {
+    def targets() -> dict[str, str]:
+        body = json.loads(http_get(prometheus + "/api/v1/targets"))
+        return {t["labels"]["job"]: t["scrapeUrl"] for t in body["data"]["activeTargets"]}
+
+    # Service discovery runs in the background after start-up: poll until it settled.
+    expected_targets = {
         "pushgateway": stack.url("PUSHGATEWAY_PORT") + "/metrics",
         "gangplank-serving": stack.url("SERVING_PORT") + "/metrics",
         "otel-collector": stack.url("COLLECTOR_PROMETHEUS_PORT") + "/metrics",
         "prometheus": stack.url("PROMETHEUS_PORT") + "/metrics",
     }
+    expected_alertmanagers = [stack.url("ALERTMANAGER_PORT") + "/api/v2/alerts"]
+    poll(lambda: rules() == ALERTS, timeout=30, what="the example rules")
+    poll(lambda: targets() == expected_targets, timeout=30, what="the example targets")
+    poll(lambda: alertmanagers() == expected_alertmanagers, timeout=30, what="Alertmanager")
 
 
 class Instant:
@@ -328,20 +335,29 @@ def test_start_refuses_a_second_stack(stack: Stack) -> None:
     assert all(alive(pid) for pid in stack.pids.values())
 
 
-def test_stop_stops_everything(stack: Stack) -> None:
-    # Runs last in this module (pytest keeps file order).
-    pids = dict(stack.pids)
-    stopped = stack.run(STOP)
-    assert stopped.returncode == 0, stopped.stderr
-    poll(lambda: not any(alive(pid) for pid in pids.values()), timeout=15, what="processes gone")
-    assert not list(stack.state.glob("*.pid"))
-    for name in ("PROMETHEUS_PORT", "PUSHGATEWAY_PORT", "ALERTMANAGER_PORT", "OTLP_HTTP_PORT"):
-        with pytest.raises(OSError):
-            http_get(stack.url(name) + "/", timeout=2)
-    # Stopping again is harmless; --purge removes the state directory.
-    again = stack.run(STOP, "--purge")
-    assert again.returncode == 0, again.stderr
-    assert not stack.state.exists()
+def test_stop_stops_everything(tmp_path: Path) -> None:
+    """A stack of its own (the module's stays up for the other tests), started then stopped."""
+    stack = Stack(tmp_path / "state", collector_available())
+    try:
+        started = stack.run(START)
+        assert started.returncode == 0, started.stderr
+        pids = dict(stack.read_pids())
+        assert len(pids) == (4 if stack.with_collector else 3)
+        assert all(alive(pid) for pid in pids.values())
+        stopped = stack.run(STOP)
+        assert stopped.returncode == 0, stopped.stderr
+        poll(lambda: not any(alive(pid) for pid in pids.values()), timeout=15, what="all gone")
+        assert not list(stack.state.glob("*.pid"))
+        for name in ("PROMETHEUS_PORT", "PUSHGATEWAY_PORT", "ALERTMANAGER_PORT", "OTLP_HTTP_PORT"):
+            with pytest.raises(OSError):
+                http_get(stack.url(name) + "/", timeout=2)
+        # Stopping again is harmless; --purge removes the state directory.
+        again = stack.run(STOP, "--purge")
+        assert again.returncode == 0, again.stderr
+        assert not stack.state.exists()
+    finally:
+        stack.run(STOP)
+        stack.kill_leftovers()
 
 
 def test_start_fails_cleanly_on_a_busy_port(tmp_path: Path) -> None:

@@ -38,7 +38,8 @@ expected() {
 alive() {  # alive PID : running (a zombie nobody has reaped yet counts as stopped)
     kill -0 "$1" 2>/dev/null || return 1
     local stat
-    stat="$(cat -- "/proc/$1/stat" 2>/dev/null)" || return 0
+    # No /proc entry: either no /proc here (trust kill -0), or reaped since (kill -0 fails).
+    stat="$(cat -- "/proc/$1/stat" 2>/dev/null)" || { kill -0 "$1" 2>/dev/null; return; }
     stat="${stat##*) }"
     [[ "${stat:0:1}" != "Z" ]]
 }
