@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import re
@@ -214,7 +215,14 @@ def test_weight_histogram_only_at_train_end(
     cb.on_epoch_end(0, {"loss": 1.0})
     assert "gangplank.train.model.weights" not in collect(reader)
     cb.on_train_end()
+    gc.collect()  # the provider holds producers weakly: the callback must keep them alive
     assert value(collect(reader), "gangplank.train.model.weights").count == trainable_count(model)
+
+
+@pytest.mark.parametrize("buckets", [[], [1.0, 0.0], [0.0, 0.0], ["x"], [float("inf")]])
+def test_invalid_weight_buckets(meter_provider: MeterProvider, buckets: Any) -> None:
+    with pytest.raises(ValueError, match="buckets"):
+        gangplank.TrainingMetrics(meter_provider, weight_buckets=buckets)
 
 
 def test_per_layer_histograms(reader: InMemoryMetricReader, meter_provider: MeterProvider) -> None:
@@ -770,3 +778,41 @@ def test_train_test_exporter_builds_on_training_metrics() -> None:
         strict.close(timeout=0.2)
     finally:
         exporter.close(timeout=0.2)
+
+
+def test_follows_a_global_provider_set_after_construction(tmp_path: Any) -> None:
+    """Built before ``configure()``: weight histograms and pushes still use the new global."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import keras
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        import gangplank
+
+        cb = gangplank.TrainingMetrics(weight_buckets=(0.0,))  # global is still a proxy
+        reader = InMemoryMetricReader()
+        gangplank.configure(reader)
+        model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        cb.set_model(model)
+        cb.on_train_begin()
+        cb.on_epoch_begin(0)
+        cb.on_epoch_end(0, {"loss": 1.0})
+        cb.on_train_end()
+        names = {
+            m.name: m
+            for rm in reader.get_metrics_data().resource_metrics
+            for sm in rm.scope_metrics
+            for m in sm.metrics
+        }
+        print(names["gangplank.train.model.weights"].data.data_points[0].count)
+        print(names["gangplank.train.loss"].data.data_points[0].value)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["3", "1.0"]

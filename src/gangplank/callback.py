@@ -282,6 +282,7 @@ class TrainingMetrics(keras.callbacks.Callback):
         self.per_layer = bool(per_layer)
         self.attributes = validate_attributes(attributes)
         self.strict = bool(strict)
+        self._follow_global = meter_provider is None
         self.meter_provider = resolve(meter_provider)
         self._meter = get_meter(self.meter_provider)
         self._guard = _Guard(self.strict)
@@ -328,8 +329,7 @@ class TrainingMetrics(keras.callbacks.Callback):
                 weight_buckets if weight_buckets is not None else c.WEIGHT_BUCKETS_1_0,
             )
             self._families.append(self._layer_weights)
-        for family in self._families:
-            attach(self.meter_provider, family)
+        self._attach()
 
         self._reset_run()
         self._test_begin = 0.0
@@ -348,6 +348,7 @@ class TrainingMetrics(keras.callbacks.Callback):
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
         """Reset per-run state; record the start time and the model size."""
         self._reset_run()
+        self._refresh_provider()
         with self._hook("on_train_begin"):
             self._start.set(time.time(), self.attributes)
             self._epochs.set(0, self.attributes)
@@ -385,6 +386,8 @@ class TrainingMetrics(keras.callbacks.Callback):
             or getattr(self.model, "_eval_epoch_iterator", None) is not None
         )
         self._test_standalone = not validation
+        if not validation:
+            self._refresh_provider()
         self._test_begin = time.perf_counter()
         self._test_batches = 0
         if validation and not self._samples_read:
@@ -456,6 +459,19 @@ class TrainingMetrics(keras.callbacks.Callback):
         self._push(final=True)
 
     # --- internals ------------------------------------------------------------------------
+
+    def _attach(self) -> None:
+        for family in self._families:
+            attach(self.meter_provider, family)
+
+    def _refresh_provider(self) -> None:
+        """Follow the global provider when none was given (it may be set after construction)."""
+        if not self._follow_global:
+            return
+        current = resolve(None)
+        if current is not self.meter_provider:
+            self.meter_provider = current
+            self._attach()
 
     def _reset_run(self) -> None:
         with self._lock:
