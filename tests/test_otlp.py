@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 
 import pytest
-from servers import free_port, silent_server
 
 import gangplank
 from gangplank import catalogue
 from gangplank.provider import get_meter
+from servers import free_port, silent_server
 
 
 def test_unreachable_collector_shutdown_returns_within_its_timeout() -> None:

@@ -11,13 +11,13 @@ import bcrypt
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from prometheus_client.parser import text_string_to_metric_families
-from servers import Pushgateway, free_port, poll, silent_server, status_server
 
 import gangplank
 from gangplank import catalogue
 from gangplank.histogram import HistogramFamily
 from gangplank.producer import attach
 from gangplank.provider import get_meter
+from servers import Pushgateway, free_port, poll, silent_server, status_server
 
 
 def _provider(reader: gangplank.PushgatewayReader) -> MeterProvider:

@@ -10,13 +10,13 @@ import urllib.request
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from servers import http_get
 
 import gangplank
 from gangplank import catalogue
 from gangplank.histogram import HistogramFamily
 from gangplank.producer import attach
 from gangplank.provider import get_meter
+from servers import http_get
 
 
 @pytest.fixture
