@@ -16,6 +16,7 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import keras
 import numpy as np
 from _common import classifier, iris_split
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -25,11 +26,12 @@ from gangplank.data import SPECIES, load_iris
 
 
 def build_service(port: int) -> tuple[ThreadingHTTPServer, gangplank.InstrumentedModel]:
-    x_train, y_train, _, _ = iris_split()
-    model = classifier()
+    x_train, y_train, _, _ = iris_split(standardize=False)  # centimetres, as clients send
+    normalize = keras.layers.Normalization()
+    normalize.adapt(x_train)
+    model = keras.Sequential([keras.Input(shape=(4,)), normalize, classifier()])
+    model.compile(loss="sparse_categorical_crossentropy", optimizer=keras.optimizers.Adam(0.02))
     model.fit(x_train, y_train, epochs=30, verbose=0)
-    raw, _ = load_iris()
-    mean, std = raw[:100].mean(axis=0), raw[:100].std(axis=0)  # as iris_split does
 
     reader = gangplank.RegistryReader()
     provider = gangplank.configure(reader, service_name="iris-server", set_global=False)
@@ -55,7 +57,7 @@ def build_service(port: int) -> tuple[ThreadingHTTPServer, gangplank.Instrumente
                 return
             try:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                x = (np.asarray(body["instances"], dtype=np.float32) - mean) / std
+                x = np.asarray(body["instances"], dtype=np.float32).reshape(-1, 4)
             except (KeyError, TypeError, ValueError) as error:
                 self._reply(400, json.dumps({"error": str(error)}).encode(), "application/json")
                 return

@@ -28,7 +28,7 @@ from .proxy import InstrumentedModel
 from .pushgateway import PushgatewayReader
 from .scrape import ScrapeEndpoint
 
-__all__ = ("DemoOptions", "run")
+__all__ = ("DemoOptions", "iris_classifier", "iris_split", "run")
 
 _HIDDEN_LABELS = {"otel_scope_name", "otel_scope_version", "otel_scope_schema_url"}
 
@@ -66,7 +66,8 @@ class _Progress(keras.callbacks.Callback):
             )
 
 
-def _model(seed: int) -> keras.Model:
+def iris_classifier(seed: int = 0) -> keras.Model:
+    """The compiled three-class MLP the demo and the examples train on Iris."""
     keras.utils.set_random_seed(seed)
     model = keras.Sequential(
         [
@@ -84,12 +85,20 @@ def _model(seed: int) -> keras.Model:
     return model
 
 
-def _split(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def iris_split(
+    seed: int = 0, standardize: bool = True
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Iris as ``(x_train, y_train, x_test, y_test)``: 100 rows and 50, shuffled.
+
+    Features are standardised with the training rows' mean and deviation unless
+    ``standardize=False`` (then they are in centimetres).
+    """
     features, labels = load_iris()
     order = np.random.default_rng(seed).permutation(len(labels))
     features, labels = features[order], labels[order]
     mean, std = features[:100].mean(axis=0), features[:100].std(axis=0)
-    features = (features - mean) / std
+    if standardize:
+        features = (features - mean) / std
     return features[:100], labels[:100], features[100:], labels[100:]
 
 
@@ -104,8 +113,8 @@ def run(options: DemoOptions, out: TextIO) -> MeterProvider:
     provider = configure(*readers, service_name="gangplank-demo", set_global=False)
     out.write(f"Gangplank demo: metrics on {endpoint.url}\n")
 
-    x_train, y_train, x_test, y_test = _split(options.seed)
-    model = _model(options.seed)
+    x_train, y_train, x_test, y_test = iris_split(options.seed)
+    model = iris_classifier(options.seed)
     out.write(f"Training a {model.count_params()}-weight classifier on Iris …\n")
     model.fit(
         x_train,

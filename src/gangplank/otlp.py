@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -19,15 +18,12 @@ from opentelemetry.sdk.metrics import (
 )
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
-    Metric,
     MetricExportResult,
     MetricsData,
-    NumberDataPoint,
     PeriodicExportingMetricReader,
-    Sum,
 )
 
-from . import catalogue
+from .failures import FailureLog
 from .producer import merge
 
 __all__ = ("otlp_reader",)
@@ -47,29 +43,6 @@ _CUMULATIVE: dict[type, AggregationTemporality] = {
 }
 
 
-class _Failures:
-    """Counts failed exports and reports them as ``gangplank.export.failures{route="otlp"}``."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._start = time.time_ns()
-
-    def produce(self) -> Sequence[Metric]:
-        spec = catalogue.EXPORT_FAILURES
-        point = NumberDataPoint(
-            attributes={"route": "otlp"},
-            start_time_unix_nano=self._start,
-            time_unix_nano=time.time_ns(),
-            value=self.count,
-        )
-        data = Sum(
-            data_points=[point],
-            aggregation_temporality=AggregationTemporality.CUMULATIVE,
-            is_monotonic=True,
-        )
-        return [Metric(spec.name, spec.description, spec.unit, data)]
-
-
 class _OTLPReader(PeriodicExportingMetricReader):
     """A periodic reader whose shutdown never outlasts its export timeout.
 
@@ -84,8 +57,7 @@ class _OTLPReader(PeriodicExportingMetricReader):
             export_timeout_millis=timeout * 1000,
         )
         self.timeout = timeout
-        self._failures = _Failures()
-        self._streak = 0
+        self._failures = FailureLog("otlp", _logger)
         self._flush_failed = False
 
     @property
@@ -112,22 +84,14 @@ class _OTLPReader(PeriodicExportingMetricReader):
     def _count(self, succeeded: bool) -> None:
         endpoint = getattr(self._exporter, "_endpoint", "the collector")
         if succeeded:
-            if self._streak:
-                _logger.info(
-                    "OTLP export to %s succeeded after %d failures", endpoint, self._streak
-                )
-            self._streak = 0
+            self._failures.succeeded(f"OTLP export to {endpoint}")
             return
-        self._failures.count += 1
         self._flush_failed = True
-        self._streak += 1
-        if self._streak == 1:
-            _logger.warning(
-                "OTLP export to %s failed; will keep exporting every %gs, further failures "
-                'are counted in gangplank_export_failures_total{route="otlp"}',
-                endpoint,
-                self._export_interval_millis / 1000,
-            )
+        self._failures.failed(
+            "OTLP export to %s failed; will keep exporting every %gs",
+            endpoint,
+            self._export_interval_millis / 1000,
+        )
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
         """Export now; False when that export failed (the SDK's reader always says True)."""

@@ -11,16 +11,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from opentelemetry.sdk.metrics.export import (
-    AggregationTemporality,
-    Metric,
-    NumberDataPoint,
-    Sum,
-)
 from prometheus_client.exposition import (
     basic_auth_handler,
     default_handler,
@@ -28,8 +22,8 @@ from prometheus_client.exposition import (
     push_to_gateway,
 )
 
-from . import catalogue
 from .exposition import RegistryReader
+from .failures import FailureLog
 
 __all__ = ("PushgatewayReader",)
 
@@ -69,35 +63,6 @@ def _redact(url: str) -> str:
     if parts.port:
         host = f"{host}:{parts.port}"
     return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
-
-
-class _Failures:
-    """Counts failed pushes and exports them as ``gangplank.export.failures``."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._start = time.time_ns()
-
-    def produce(self) -> Sequence[Metric]:
-        spec = catalogue.EXPORT_FAILURES
-        point = NumberDataPoint(
-            attributes={"route": "pushgateway"},
-            start_time_unix_nano=self._start,
-            time_unix_nano=time.time_ns(),
-            value=self.count,
-        )
-        return [
-            Metric(
-                name=spec.name,
-                description=spec.description,
-                unit=spec.unit,
-                data=Sum(
-                    data_points=[point],
-                    aggregation_temporality=AggregationTemporality.CUMULATIVE,
-                    is_monotonic=True,
-                ),
-            )
-        ]
 
 
 class PushgatewayReader(RegistryReader):
@@ -161,7 +126,7 @@ class PushgatewayReader(RegistryReader):
 
         self._handler: Handler = handler or default_handler
         super().__init__()
-        self._failures = _Failures()
+        self._failures = FailureLog("pushgateway", _logger)
         self.add_producer(self._failures)
         self._cond = threading.Condition()
         self._requested = 0  # generation of the newest push request
@@ -170,7 +135,6 @@ class PushgatewayReader(RegistryReader):
         self._retry_until = 0.0
         self._stopping = False
         self._thread: threading.Thread | None = None
-        self._streak = 0
 
     @property
     def failures(self) -> int:
@@ -274,26 +238,14 @@ class PushgatewayReader(RegistryReader):
                 handler=self._handler,
             )
         except Exception as error:
-            self._failures.count += 1
-            self._streak += 1
-            if self._streak == 1:
-                _logger.warning(
-                    "Push to Pushgateway %s (job %r) failed: %s; will keep trying, "
-                    "further failures are logged at debug level",
-                    _redact(self.gateway),
-                    self.job,
-                    _describe(error),
-                )
-            else:
-                _logger.debug("Push to %s failed again: %s", _redact(self.gateway), error)
-            return False
-        if self._streak:
-            _logger.info(
-                "Push to Pushgateway %s succeeded after %d failures",
+            self._failures.failed(
+                "Push to Pushgateway %s (job %r) failed: %s; will keep trying",
                 _redact(self.gateway),
-                self._streak,
+                self.job,
+                _describe(error),
             )
-            self._streak = 0
+            return False
+        self._failures.succeeded(f"Push to Pushgateway {_redact(self.gateway)}")
         return True
 
     def _delete(self, timeout: float) -> None:
