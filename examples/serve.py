@@ -57,7 +57,10 @@ def build_service(port: int) -> tuple[ThreadingHTTPServer, gangplank.Instrumente
                 return
             try:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                x = np.asarray(body["instances"], dtype=np.float32).reshape(-1, 4)
+                x = np.asarray(body["instances"], dtype=np.float32)
+                if x.ndim != 2 or x.shape[1] != 4:
+                    # Checked here: Keras on JAX stays broken after a wrongly shaped call.
+                    raise ValueError(f"instances must be rows of 4 numbers, got shape {x.shape}")
             except (KeyError, TypeError, ValueError) as error:
                 self._reply(400, json.dumps({"error": str(error)}).encode(), "application/json")
                 return
