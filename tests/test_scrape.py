@@ -154,3 +154,48 @@ def test_import_starts_nothing_and_loads_no_extra_backend() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False
     )
     assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_promtool_finds_nothing_but_the_seed_names_in_real_series(endpoint) -> None:
+    import keras
+    import numpy as np
+
+    from servers import ensure_binary
+
+    provider = gangplank.configure(endpoint, set_global=False)
+    model = keras.Sequential(
+        [keras.Input((3,)), keras.layers.Dense(4), keras.layers.Dense(2, activation="softmax")]
+    )
+    model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    x = np.random.default_rng(0).normal(size=(32, 3)).astype("float32")
+    y = (x[:, 0] > 0).astype("int32")
+    callback = gangplank.TrainingMetrics(
+        provider, weight_buckets=gangplank.HISTOGRAM_WEIGHT_BUCKETS_1_0, per_layer=True
+    )
+    model.fit(x, y, epochs=2, validation_split=0.25, verbose=0, callbacks=[callback])
+    model.evaluate(x, y, verbose=0, callbacks=[callback])
+    served = gangplank.InstrumentedModel(
+        model, provider, name="m", classes=2, drift=gangplank.drift.ChiSquare(y, window=16)
+    )
+    for _ in range(4):
+        served.predict(x[:8], verbose=0)
+    served(x[:4])
+    served.drift_monitor.join(timeout=30)
+    page = http_get(endpoint.url)
+    assert "gangplank_predict_class_total" in page
+
+    result = subprocess.run(
+        [ensure_binary("promtool"), "check", "metrics"],
+        input=page, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    problems = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    # The seed's gauges end in _count, which the linter keeps for histograms and summaries.
+    seed = (
+        "gangplank_train_epochs_count",
+        "gangplank_train_model_parameters_count",
+        "gangplank_test_model_parameters_count",
+    )
+    unexpected = [p for p in problems if not p.startswith(seed)]
+    assert any(p.startswith(seed) for p in problems), "promtool did not run"
+    assert not unexpected, unexpected
+    provider.shutdown()
