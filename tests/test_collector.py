@@ -789,7 +789,7 @@ def test_collector_down_when_the_app_starts(
             assert float(failures[0]["value"][1]) <= reader.failures
         ours = [r for r in caplog.records if r.name == "gangplank.otlp"]
         assert [r.levelname for r in ours] == ["WARNING", "INFO"], [r.getMessage() for r in ours]
-        assert "succeeded after" in ours[1].getMessage()
+        assert "succeeded again after" in ours[1].getMessage()
     finally:
         provider.shutdown()
 

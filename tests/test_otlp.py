@@ -83,3 +83,23 @@ def test_configure_sets_service_name_and_resource() -> None:
     assert attributes["service.name"] == "svc"
     assert attributes["service.instance.id"] == "w1"
     provider.shutdown()
+
+
+def test_a_failure_streak_is_logged_once(caplog) -> None:
+    import logging
+
+    reader = gangplank.otlp_reader(f"http://127.0.0.1:{free_port()}", interval=3600, timeout=0.5)
+    provider = gangplank.configure(reader, set_global=False)
+    catalogue.TRAIN_STEPS.create(get_meter(provider)).add(1)
+    with caplog.at_level(logging.DEBUG):
+        assert not reader.force_flush()
+        first = len([r for r in caplog.records if r.levelno >= logging.WARNING])
+        assert not reader.force_flush()
+        assert not reader.force_flush()
+    loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    ours = [r for r in loud if r.name == "gangplank.otlp"]
+    assert len(ours) == 1
+    # The exporter's own retry messages show for the first failure only.
+    assert len(loud) == first
+    assert reader.failures == 3
+    provider.shutdown()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -43,6 +44,25 @@ _CUMULATIVE: dict[type, AggregationTemporality] = {
 }
 
 
+class _QuietDuringStreaks(logging.Filter):
+    """Mutes the OTLP exporter's own per-retry logging while a failure streak goes on.
+
+    The first failed export still shows the exporter's messages; after that Gangplank logs
+    once per streak and counts the rest (``gangplank_export_failures_total``).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.readers: weakref.WeakSet[_OTLPReader] = weakref.WeakSet()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(reader._failures.streak for reader in list(self.readers))
+
+
+_QUIET = _QuietDuringStreaks()
+_EXPORTER_LOGGER = "opentelemetry.exporter.otlp.proto.http.metric_exporter"
+
+
 class _OTLPReader(PeriodicExportingMetricReader):
     """A periodic reader whose shutdown never outlasts its export timeout.
 
@@ -59,6 +79,10 @@ class _OTLPReader(PeriodicExportingMetricReader):
         self.timeout = timeout
         self._failures = FailureLog("otlp", _logger)
         self._flush_failed = False
+        _QUIET.readers.add(self)
+        exporter_logger = logging.getLogger(_EXPORTER_LOGGER)
+        if _QUIET not in exporter_logger.filters:
+            exporter_logger.addFilter(_QUIET)
 
     @property
     def failures(self) -> int:
