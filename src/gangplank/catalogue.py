@@ -21,9 +21,9 @@ __all__ = (
     "CATALOGUE",
     "Instrument",
     "Kind",
-    "by_name",
     "log_key_name",
     "prometheus_name",
+    "reference_table",
 )
 
 
@@ -338,16 +338,6 @@ CATALOGUE: tuple[Instrument, ...] = tuple(
     value for value in list(globals().values()) if isinstance(value, Instrument)
 )
 """Every fixed-name instrument. Gauges for ``logs`` keys are named by :func:`log_key_name`."""
-
-RESERVED_NAMES: frozenset[str] = frozenset(i.prometheus_name for i in CATALOGUE)
-
-
-def by_name(name: str) -> Instrument:
-    """The catalogue entry with OpenTelemetry name ``name``."""
-    for instrument in CATALOGUE:
-        if instrument.name == name:
-            return instrument
-    raise KeyError(name)
 
 
 def reference_table() -> str:
