@@ -298,6 +298,7 @@ def test_rejects_objects_that_cannot_predict(meter_provider: MeterProvider) -> N
 # --- transparency on Keras ------------------------------------------------------------------
 
 
+@pytest.mark.crossbackend
 def test_transparent_on_a_keras_model(
     meter_provider: MeterProvider, reader: InMemoryMetricReader, tmp_path: Any
 ) -> None:
@@ -336,6 +337,7 @@ def test_transparent_on_a_keras_model(
     assert value(metrics, "gangplank.predict.call", model_name=model.name) == 6
 
 
+@pytest.mark.crossbackend
 def test_multi_input_multi_output_and_dict_inputs(
     meter_provider: MeterProvider, reader: InMemoryMetricReader
 ) -> None:
