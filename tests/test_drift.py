@@ -278,3 +278,19 @@ def test_drift_argument_validation(meter_provider: MeterProvider) -> None:
         DriftMonitor(lambda x, y: None, meter_provider, capacity=0)
     with pytest.raises(ValueError, match="on must be"):
         KS(np.zeros((10, 1)), on="labels")
+
+
+def test_alike_batches_are_joined_in_one_step_and_others_are_not() -> None:
+    import numpy as np
+
+    from gangplank.drift import _join
+
+    a = np.ones((2, 3), dtype="float32")
+    b = np.zeros((5, 3), dtype="float32")
+    ((x, y),) = _join([(a, b), (b, a)])
+    assert x.shape == (7, 3) and y.shape == (7, 3)
+    ((x, y),) = _join([(None, a), (None, b)])
+    assert x is None and y.shape == (7, 3)
+    assert _join([(a, b), (None, b)]) is None  # an input missing from one batch
+    assert _join([(a, {"out": b}), (a, {"out": b})]) is None  # dict outputs
+    assert _join([(a, np.ones((2, 4))), (a, b)]) is None  # different widths

@@ -24,9 +24,11 @@ too: it is called once per submitted batch, on the worker thread.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import math
 import numbers
+import os
 import re
 import threading
 import time
@@ -725,6 +727,15 @@ def _valid(result: Any) -> Drift | None:
     return Drift(detected, p_value, statistic)
 
 
+_YIELD_EVERY = 16  # batches converted between voluntary GIL releases
+
+
+def _lower_priority() -> None:
+    """Make the calling thread yield the CPU to request threads (Linux: nice +10)."""
+    with contextlib.suppress(AttributeError, OSError):  # not Linux, or not permitted
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+
+
 class DriftMonitor:
     """Runs drift detectors on a worker thread, fed through a bounded buffer.
 
@@ -847,6 +858,7 @@ class DriftMonitor:
                 thread.start()
 
     def _run(self) -> None:
+        _lower_priority()
         while True:
             self._wake.wait()
             self._wake.clear()
@@ -866,24 +878,36 @@ class DriftMonitor:
                 return
 
     def _evaluate_all(self, items: list[tuple[Any, Any]]) -> None:
+        joined: list[tuple[Any, Any]] | None = None  # for detectors that take any batch size
+        converted: list[tuple[Any, Any]] | None = None  # batch by batch, as NumPy
+        for detector, cell in zip(self.detectors, self._cells, strict=True):
+            if getattr(detector, "batchable", False):
+                if joined is None:
+                    joined = _join(items)
+                if joined is None:
+                    converted = converted or self._convert(items)
+                    joined = _merge(converted)
+                batches = joined
+            else:
+                converted = converted or self._convert(items)
+                batches = converted
+            for x, y in batches:
+                self._evaluate(detector, cell, x, y)
+
+    def _convert(self, items: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
         converted = []
-        for x, y in items:
+        for index, (x, y) in enumerate(items):
+            if index % _YIELD_EVERY == _YIELD_EVERY - 1:
+                # Hand the GIL back now and then: a request thread waiting for it would
+                # otherwise wait for the interpreter's 5 ms switch interval.
+                time.sleep(0)
             try:
                 y_array = None if y is None else _structure_to_numpy(y)
             except Exception:
                 _logger.debug("drift: predictions could not be converted to NumPy", exc_info=True)
                 y_array = None
             converted.append((x, y_array))
-        merged: list[tuple[Any, Any]] | None = None
-        for detector, cell in zip(self.detectors, self._cells, strict=True):
-            if getattr(detector, "batchable", False):
-                if merged is None:
-                    merged = _merge(converted)
-                batches = merged
-            else:
-                batches = converted
-            for x, y in batches:
-                self._evaluate(detector, cell, x, y)
+        return converted
 
     def _evaluate(self, detector: Detector, cell: _Cell, x: Any, y: Any) -> None:
         started = time.perf_counter()
@@ -932,6 +956,24 @@ def _signature(value: Any) -> Any:
     if isinstance(value, np.ndarray) and value.ndim >= 1:
         return (value.shape[1:], value.dtype)
     return False  # not joinable
+
+
+def _join(items: list[tuple[Any, Any]]) -> list[tuple[Any, Any]] | None:
+    """All batches as one, when inputs and outputs are arrays alike (the common case).
+
+    One ``np.concatenate`` per side keeps the worker's time holding the GIL short; None
+    when the batches are not alike (dicts, lists, mixed shapes or missing parts).
+    """
+    try:
+        xs = [x for x, _ in items]
+        ys = [y for _, y in items]
+        x = None if all(v is None for v in xs) else np.concatenate(xs)
+        y = None if all(v is None for v in ys) else np.concatenate(ys)
+    except (TypeError, ValueError):
+        return None
+    if (x is not None and x.dtype == object) or (y is not None and y.dtype == object):
+        return None
+    return [(x, y)]
 
 
 def _merge(items: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
